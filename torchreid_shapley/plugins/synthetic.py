@@ -1,0 +1,1 @@
+"""Synthetic ReID datasets (being written)."""

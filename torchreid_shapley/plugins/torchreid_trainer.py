@@ -1,0 +1,1 @@
+"""The torchreid trainer (being written)."""
