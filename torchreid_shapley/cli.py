@@ -68,7 +68,107 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> ArgumentParser:
+# -- plan / run / plugins ------------------------------------------------------------------------
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """deep-person-reid scripts/main.py's arguments plus the study's."""
+    parser.add_argument("--config-file", default="", help="a torchreid YAML config (loads unchanged)")
+    parser.add_argument("-s", "--sources", nargs="+", metavar="NAME",
+                        help="train-sets (the players); default: data.sources of the config")
+    parser.add_argument("-t", "--targets", nargs="+", metavar="NAME",
+                        help="targets (test-sets); default: data.targets of the config")
+    parser.add_argument("--transforms", nargs="+", metavar="NAME", help="data augmentation")
+    parser.add_argument("--root", default="", help="root of the datasets (data.root)")
+    parser.add_argument("--mode", choices=("without", "with", "both"), default="both",
+                        help="games to plan for: without, with or both (default)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1], metavar="K",
+                        help="a training per coalition and seed; repeated runs are averaged (default: 1)")
+    parser.add_argument("--schedule", choices=("epochs", "iterations"), default=None,
+                        help="epochs: every coalition trains train.max_epoch epochs (the paper); "
+                             "iterations: every coalition gets the same number of optimizer steps")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="trailing KEY VALUE pairs overriding the config (e.g. train.max_epoch 2)")
+
+
+def _split_trailing_opts(args: argparse.Namespace) -> None:
+    """``-t a b train.max_epoch 2``: nargs='+' swallows trailing KEY VALUE pairs; give them back."""
+    from .config import default_config
+
+    sections = set(default_config().keys())
+    for attr in ("targets", "sources", "transforms"):
+        names = getattr(args, attr) or []
+        for i, name in enumerate(names):
+            head = name.split(".", 1)[0]
+            if "." in name and head in sections:
+                setattr(args, attr, names[:i] or None)
+                args.opts = names[i:] + list(args.opts or [])
+                break
+
+
+def study_config(args: argparse.Namespace) -> tuple[dict, list[str], list[str]]:
+    from .config import load_config, to_dict
+
+    _split_trailing_opts(args)
+    cfg = load_config(args.config_file or None, args.opts or [], sources=args.sources, targets=args.targets,
+                      root=args.root or None, transforms=args.transforms, schedule=args.schedule)
+    config = to_dict(cfg)
+    plugin_options = {dest: getattr(args, dest) for dest in getattr(args, "plugin_dests", [])}
+    if plugin_options:
+        config["plugin_options"] = plugin_options
+    return config, list(config["data"]["sources"]), list(config["data"]["targets"])
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config, sources, targets = study_config(args)
+    pm = args.plugin_manager
+    plan = pm.hook.shapley_build_plan(train_sets=sources, targets=targets, modes=[args.mode],
+                                      seeds=args.seeds, config=config)
+    if args.format == "json":
+        print(dump_json([run.to_dict() for run in plan]))
+    else:
+        width = len(str(len(plan)))
+        for i, run in enumerate(plan, 1):
+            print(f"[{i:>{width}}/{len(plan)}] {run.label} seed={run.seed}")
+        print(f"{len(plan)} trainings for {len(sources)} train-sets, {len(targets)} targets, "
+              f"mode {args.mode}, seeds {args.seeds}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import prepare_study, run_study
+
+    config, sources, targets = study_config(args)
+    spec, pm, _ = prepare_study(out=args.out, train_sets=sources, targets=targets, modes=args.mode,
+                                seeds=args.seeds, config=config, plugins=args.plugin or [],
+                                pm=args.plugin_manager, max_attempts=args.max_attempts,
+                                lease_seconds=args.lease_seconds)
+    summary = run_study(spec, workers=args.workers, devices=args.devices, pm=pm)
+    print(summary.line())
+    for run in summary.exhausted:
+        print(f"gave up on {run.label} seed={run.seed} after {spec.max_attempts} failed attempts; "
+              f"see {args.out}/failures/{run.key}-a*.json")
+    if summary.interrupted:
+        return 130
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .manager import describe_plugins
+
+    rows = describe_plugins(args.plugin_manager)
+    if args.format == "json":
+        print(dump_json(rows))
+    else:
+        print(tabulate([[r["name"], r["module"], ", ".join(r["hooks"])] for r in rows],
+                       headers=["plugin", "module", "hooks"], tablefmt="simple"))
+    return 0
+
+
+COMMANDS_WITH_PLUGIN_OPTIONS = ("run", "plan", "report", "demo")
+
+
+def build_parser(pm=None) -> ArgumentParser:
     parser = ArgumentParser(
         prog="torchreid-shapley",
         description="How much each training dataset contributes to ReID accuracy on a target, "
@@ -76,6 +176,8 @@ def build_parser() -> ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"torchreid-shapley {__version__}")
+    parser.add_argument("-p", "--plugin", action="append", metavar="MODULE",
+                        help="load a plugin module (repeatable; also TORCHREID_SHAPLEY_PLUGINS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
 
@@ -94,13 +196,64 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--scale", choices=("data", "linear"), default="data",
                    help="scale of the text/md table (JSON carries both; default: data)")
     p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("plan", help="the trainings a study needs, largest coalitions first")
+    add_study_arguments(p)
+    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="train every coalition a study needs (resumes; several workers)")
+    p.add_argument("--out", "-o", required=True, help="the study directory (created, or resumed)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    p.add_argument("--devices", nargs="+", metavar="ID", default=None,
+                   help="GPU ids given to workers round-robin (default: CPU)")
+    p.add_argument("--max-attempts", type=int, default=3,
+                   help="give up on a coalition after this many failed attempts (default: 3)")
+    p.add_argument("--lease-seconds", type=float, default=60.0,
+                   help="a worker's claim on a training expires this long after its last heartbeat")
+    add_study_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plugins", help="list the registered plugins and their hooks")
+    p.add_argument("--format", choices=("json", "text"), default="text")
+    p.set_defaults(func=cmd_plugins)
+
+    if pm is not None:
+        for name, subparser in sub.choices.items():
+            if name in COMMANDS_WITH_PLUGIN_OPTIONS:
+                before = {action.dest for action in subparser._actions}
+                pm.hook.shapley_add_arguments(parser=subparser, command=name)
+                added = sorted({action.dest for action in subparser._actions} - before)
+                subparser.set_defaults(plugin_dests=added)
     return parser
 
 
+def preparse_plugins(argv: Sequence[str]) -> list[str]:
+    """``-p/--plugin MODULE`` must be known before the parser is built (plugins add options)."""
+    found = []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("-p", "--plugin"):
+            found.append(next(it, ""))
+        elif arg.startswith("--plugin="):
+            found.append(arg.split("=", 1)[1])
+        elif arg == "--" or not arg.startswith("-"):
+            break  # global options come before the sub-command
+    return [f for f in found if f]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        needs_plugins = bool(set(argv) & set(COMMANDS_WITH_PLUGIN_OPTIONS) | {"plugins"} & set(argv))
+        pm = None
+        if needs_plugins:
+            from .manager import get_plugin_manager
+
+            pm = get_plugin_manager(preparse_plugins(argv))
+        parser = build_parser(pm)
         args = parser.parse_args(argv)
+        args.plugin_manager = pm
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except ShapleyError as exc:

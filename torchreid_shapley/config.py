@@ -89,6 +89,10 @@ def load_config(config_file: str | None = None, opts: Sequence[str] = (), *,
             raise ConfigError(f"config file {config_file!r} cannot be merged: {exc}") from None
         finally:
             cfg.set_new_allowed(False)
+    flags = [o for o in list(opts)[::2] if str(o).startswith("-")]
+    if flags:
+        raise ConfigError(f"option {flags[0]} comes after the trailing KEY VALUE pairs {list(opts)}; put every "
+                          "--option before them (the KEY VALUE pairs go last)")
     if len(opts) % 2:
         raise ConfigError(f"trailing options must be KEY VALUE pairs, got an odd list {list(opts)}")
     try:

@@ -31,8 +31,9 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 def shapley_add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """Add options to the parser of one sub-command (``run``, ``plan``, ``report``, ...).
 
-    ``command`` names the sub-command whose parser this is. The parsed values reach the other hooks
-    through the study configuration (``config["options"]``). Returns nothing.
+    ``command`` names the sub-command whose parser this is. The parsed values of the options a
+    plugin adds reach the other hooks in the study configuration, ``config["plugin_options"]``
+    (``{dest: value}``), and count in the study fingerprint. Returns nothing.
     """
 
 
@@ -52,7 +53,7 @@ def shapley_describe_train_sets(train_sets: Sequence[str], config: Mapping[str, 
     """Image and identity counts of each train-set, before any training.
 
     Returns ``{name: {"num_images": int, "num_ids": int}}`` for every name of ``train_sets``, or
-    ``None`` to let the next implementation answer. *First result.* The counts enter the study
+    ``None`` to let the next implementation answer. *First result*. The counts enter the study
     fingerprint and the records.
     """
 
@@ -64,7 +65,7 @@ def shapley_build_plan(train_sets: Sequence[str], targets: Sequence[str], modes:
     """The distinct trainings a study needs, largest coalitions first.
 
     Returns a list of :class:`torchreid_shapley.plan.PlannedRun`, or ``None`` for the next
-    implementation. *First result.* The built-in plan is every coalition a Shapley game of each
+    implementation. *First result*. The built-in plan is every coalition a Shapley game of each
     (target, mode) needs, deduplicated across targets and modes, for each seed.
     """
 
