@@ -4,7 +4,8 @@ Train-set images come from their names (``ds3`` has 100 * 4 images: ``100 * (k +
 a target follows a log curve of the coalition's images. Environment knobs (inherited by worker
 processes): ``TEST_TRAINER_SLEEP`` seconds per training, ``TEST_TRAINER_FAIL`` a coalition label
 (``a+b``; ``(untrained)`` for the empty one) that always fails, ``TEST_TRAINER_LOG`` a file that
-gets one line per training started (to count trainings across processes).
+gets one line per training started (to count trainings across processes), ``TEST_TRAINER_CRASH`` a
+coalition label whose first attempt kills its own process (SIGKILL).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def shapley_train_coalition(job):
     sleep = float(os.environ.get("TEST_TRAINER_SLEEP", "0") or 0)
     if sleep:
         time.sleep(sleep)
+    if label == os.environ.get("TEST_TRAINER_CRASH") and job.attempt == 1:
+        os.kill(os.getpid(), 9)  # the worker process dies mid-training (first attempt only)
     if label == os.environ.get("TEST_TRAINER_FAIL"):
         raise RuntimeError(f"simulated failure of {label}")
     metrics = {}

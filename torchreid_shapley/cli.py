@@ -136,19 +136,58 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import prepare_study, run_study
 
+    if args.backend == "ray":
+        from .ray_backend import import_ray
+
+        import_ray()  # before anything is written: the install hint, exit 2
     config, sources, targets = study_config(args)
     spec, pm, _ = prepare_study(out=args.out, train_sets=sources, targets=targets, modes=args.mode,
                                 seeds=args.seeds, config=config, plugins=args.plugin or [],
                                 pm=args.plugin_manager, max_attempts=args.max_attempts,
-                                lease_seconds=args.lease_seconds)
-    summary = run_study(spec, workers=args.workers, devices=args.devices, pm=pm)
+                                lease_seconds=args.lease_seconds, backend=args.backend)
+    summary = run_study(spec, workers=args.workers, devices=args.devices, per_device=args.per_device,
+                        address=args.address, gpus_per_training=args.gpus_per_training, pm=pm)
+    print_study_end(spec, summary, pm=pm, report=not args.no_report)
+    return 130 if summary.interrupted else 0
+
+
+def print_study_end(spec, summary, *, pm=None, report: bool = True) -> None:
+    """The closing summary line, what gave up, then the report of the study (if it can be made)."""
     print(summary.line())
     for run in summary.exhausted:
         print(f"gave up on {run.label} seed={run.seed} after {spec.max_attempts} failed attempts; "
-              f"see {args.out}/failures/{run.key}-a*.json")
-    if summary.interrupted:
-        return 130
-    return 0
+              f"see {spec.out}/failures/{run.key}-a*.json")
+    if not report or summary.interrupted:
+        return
+    try:
+        from .report import study_report
+    except ImportError:
+        return
+    try:
+        print(study_report(spec.out, pm=pm))
+    except ShapleyError as exc:
+        print(f"warning: no report written: {exc}", file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A complete study on synthetic ReID datasets: every training, then the tables and the report."""
+    from .config import load_config, to_dict
+    from .plugins import synthetic
+    from .runner import prepare_study, run_study
+
+    opts = list(synthetic.DEMO_OPTS) + list(args.opts or [])
+    cfg = load_config(None, opts, sources=list(synthetic.DEMO_TRAIN_SETS), targets=list(synthetic.DEMO_TARGETS))
+    config = to_dict(cfg)
+    print(f"demo: {len(synthetic.DEMO_TRAIN_SETS)} synthetic ReID train-sets that are also the targets "
+          f"({', '.join(synthetic.DEMO_TRAIN_SETS)}), both modes, model {config['model']['name']} on the "
+          f"{'GPU' if args.devices else 'CPU'}; datasets are generated into "
+          f"{synthetic.resolve_cache_dir(config['shapley']['cache_dir'])}")
+    spec, pm, _ = prepare_study(out=args.out, train_sets=config["data"]["sources"],
+                                targets=config["data"]["targets"], modes="both", seeds=[1], config=config,
+                                plugins=args.plugin or [], pm=args.plugin_manager)
+    summary = run_study(spec, workers=args.workers, devices=args.devices, pm=pm)
+    print_study_end(spec, summary, pm=pm, report=not args.no_report)
+    return 130 if summary.interrupted else 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -204,15 +243,34 @@ def build_parser(pm=None) -> ArgumentParser:
 
     p = sub.add_parser("run", help="train every coalition a study needs (resumes; several workers)")
     p.add_argument("--out", "-o", required=True, help="the study directory (created, or resumed)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: 1, or one per device slot with --devices)")
     p.add_argument("--devices", nargs="+", metavar="ID", default=None,
                    help="GPU ids given to workers round-robin (default: CPU)")
+    p.add_argument("--per-device", type=int, default=1, metavar="K",
+                   help="up to K trainings share one GPU (default: 1)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local worker processes (default) or a Ray cluster")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address: auto or HOST:PORT (default: start a local Ray)")
+    p.add_argument("--gpus-per-training", type=float, default=0.0, metavar="F",
+                   help="GPU share of each Ray task, e.g. 0.25 for 4 trainings per GPU (default: 0, CPU)")
     p.add_argument("--max-attempts", type=int, default=3,
                    help="give up on a coalition after this many failed attempts (default: 3)")
     p.add_argument("--lease-seconds", type=float, default=60.0,
                    help="a worker's claim on a training expires this long after its last heartbeat")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     add_study_arguments(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="a complete study on synthetic ReID data (CPU, a few minutes); resumes")
+    p.add_argument("--out", "-o", default="shapley-demo", help="study directory (default: shapley-demo)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    p.add_argument("--devices", nargs="+", metavar="ID", default=None, help="GPU ids (default: CPU)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="trailing KEY VALUE pairs overriding the demo config (e.g. train.max_epoch 3)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("plugins", help="list the registered plugins and their hooks")
     p.add_argument("--format", choices=("json", "text"), default="text")

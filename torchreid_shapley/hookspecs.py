@@ -85,6 +85,36 @@ def shapley_train_coalition(job: "TrainJob") -> Mapping[str, Any] | None:
     """
 
 
+@hookspec(firstresult=True)
+def shapley_build_datamanager(job: "TrainJob", config: Mapping[str, Any]) -> Any | None:
+    """Build the torchreid data manager of one training (used by the built-in torchreid trainer).
+
+    The built-in builds ``ImageDataManager(sources=job.train_sets, targets=job.targets, ...)`` from
+    the torchreid config keys. A repo with its own data pipeline returns its own manager here (it
+    must offer ``num_train_pids``, ``train_loader`` and ``test_loader[target]["query"|"gallery"]``
+    like torchreid's), or ``None``. *First result*.
+    """
+
+
+@hookspec(firstresult=True)
+def shapley_build_model(job: "TrainJob", datamanager: Any, config: Mapping[str, Any]) -> Any | None:
+    """Build the model of one training (``torch.nn.Module`` returning features in eval mode).
+
+    The built-in calls ``torchreid.models.build_model`` with ``num_classes`` from the data manager.
+    *First result*.
+    """
+
+
+@hookspec(firstresult=True)
+def shapley_build_engine(job: "TrainJob", datamanager: Any, model: Any, config: Mapping[str, Any]) -> Any | None:
+    """Build the engine (optimizer, scheduler, loss) that trains the model of one training.
+
+    The built-in builds torchreid's ``ImageSoftmaxEngine`` or ``ImageTripletEngine`` as
+    ``loss.name`` says. The trainer calls the engine's per-epoch training; evaluation of every
+    target is done by the trainer itself. *First result*.
+    """
+
+
 @hookspec
 def shapley_observe_run(record: Mapping[str, Any], study_dir: str) -> None:
     """Called in the launcher after a run finished (``status`` ``ok``) or failed (``failed``).

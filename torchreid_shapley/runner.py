@@ -92,9 +92,12 @@ class Summary:
     quarantined: list = field(default_factory=list)
     seconds: float = 0.0
     out: str = ""
+    where: str = ""           # backend, workers and devices that trained
 
     def line(self) -> str:
         text = f"{self.trained} trained, {self.failed} failed, {self.skipped} skipped in {format_duration(self.seconds)}"
+        if self.where and self.trained + self.failed:
+            text += f" on {self.where}"
         extras = []
         if self.exhausted:
             extras.append(f"{len(self.exhausted)} gave up after max attempts")
@@ -370,10 +373,17 @@ def prepare_study(*, out: str, train_sets: Sequence[str], targets: Sequence[str]
     return spec, pm, manifest
 
 
-def devices_for(workers: int, devices: Sequence[str] | None) -> list[str]:
-    """Round-robin GPU ids (``0``, ``1`` or ``cuda:1``) over workers; CPU when none."""
+def devices_for(workers: int | None, devices: Sequence[str] | None, per_device: int = 1) -> list[str]:
+    """The device of each local worker: GPU ids (``0``, ``1`` or ``cuda:1``) round-robin, each GPU
+    shared by up to ``per_device`` workers; CPU when no device is given. ``workers=None`` means one
+    worker per device slot."""
+    if per_device < 1:
+        raise ConfigError(f"--per-device must be at least 1, got {per_device}")
     if not devices:
-        return ["cpu"] * workers
+        return ["cpu"] * (workers or 1)
+    if workers is not None and workers > len(devices) * per_device:
+        raise ConfigError(f"--workers {workers} is more than {len(devices)} device(s) x --per-device {per_device}; "
+                          f"raise --per-device or lower --workers")
     names = []
     for d in devices:
         d = str(d)
@@ -383,15 +393,21 @@ def devices_for(workers: int, devices: Sequence[str] | None) -> list[str]:
             names.append(f"cuda:{d}")
         else:
             raise ConfigError(f"device {d!r} is not a GPU id; give --devices 0 1 (GPU ids) or cpu")
-    return [names[i % len(names)] for i in range(workers)]
+    slots = [name for _ in range(per_device) for name in names]
+    return slots[: workers or len(slots)]
 
 
-def run_study(spec: StudySpec, *, workers: int = 1, devices: Sequence[str] | None = None, pm=None,
-              observer: Callable[[Event], None] | None = None, stream=None,
-              use_bar: bool | None = None) -> Summary:
-    """Train everything the plan still needs with ``workers`` local workers."""
-    if workers < 1:
+def run_study(spec: StudySpec, *, workers: int | None = 1, devices: Sequence[str] | None = None,
+              per_device: int = 1, address: str | None = None, gpus_per_training: float = 0.0,
+              ray_cpus: int | None = None, pm=None, observer: Callable[[Event], None] | None = None,
+              stream=None, use_bar: bool | None = None) -> Summary:
+    """Train everything the plan still needs: ``workers`` local workers, or Ray (``spec.backend``)."""
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if spec.backend == "ray":
+        from .ray_backend import import_ray
+
+        import_ray()  # fail early, with the install hint
     started = time.time()
     store = StudyStore(spec.out, lease_seconds=spec.lease_seconds)
     store.create()
@@ -403,10 +419,18 @@ def run_study(spec: StudySpec, *, workers: int = 1, devices: Sequence[str] | Non
     progress = Progress(len(spec.plan), summary.skipped, stream=stream, use_bar=use_bar)
     for name, reason in summary.quarantined:
         progress.line(f"warning: moved corrupt {name} to quarantine/ ({reason}); its training will be redone")
-    device_list = devices_for(workers, devices)
     todo = len(spec.plan) - summary.skipped
+    if spec.backend == "ray":
+        device_list = []
+        summary.where = (f"Ray {'at ' + address if address else '(local cluster)'}, "
+                         f"{gpus_per_training:g} GPU per training" if gpus_per_training else
+                         f"Ray {'at ' + address if address else '(local cluster)'}, CPU")
+    else:
+        device_list = devices_for(workers, devices, per_device)
+        n = len(device_list)
+        summary.where = f"{n} local worker{'s' if n > 1 else ''} ({', '.join(sorted(set(device_list)))})"
     progress.line(f"study {spec.out}: {len(spec.plan)} trainings planned, {summary.skipped} done, {todo} to train "
-                  f"on {workers} worker{'s' if workers > 1 else ''} ({', '.join(sorted(set(device_list)))})")
+                  f"on {summary.where}")
     pm = pm or get_plugin_manager(spec.plugins)
 
     def handle(event: Event) -> None:
@@ -431,7 +455,11 @@ def run_study(spec: StudySpec, *, workers: int = 1, devices: Sequence[str] | Non
 
     try:
         if todo:
-            if workers == 1:
+            if spec.backend == "ray":
+                from .ray_backend import run_ray
+
+                run_ray(spec, address=address, gpus_per_training=gpus_per_training, emit=handle, num_cpus=ray_cpus)
+            elif len(device_list) == 1:
                 work(spec, worker=0, device=device_list[0], emit=handle, pm=pm)
             else:
                 _run_processes(spec, device_list, handle, progress)
