@@ -263,6 +263,12 @@ def build_parser(pm=None) -> ArgumentParser:
     add_study_arguments(p)
     p.set_defaults(func=cmd_run)
 
+    from . import report
+
+    p = sub.add_parser("report", help="one offline report: .html (self-contained), .md or .json")
+    report.add_arguments(p)
+    p.set_defaults(func=report.cmd_report)
+
     p = sub.add_parser("demo", help="a complete study on synthetic ReID data (CPU, a few minutes); resumes")
     p.add_argument("--out", "-o", default="shapley-demo", help="study directory (default: shapley-demo)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")

@@ -5,8 +5,6 @@ Numbers are rounded for reading here; JSON output keeps full precision.
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from .valuation import Check, TargetMatrix, Valuation
 
 FORMATS = {"text": "simple", "md": "github"}
@@ -45,6 +43,8 @@ def valuation_rows(val: Valuation) -> tuple[list[str], list[list[str]]]:
 
 
 def valuation_table(val: Valuation, fmt: str = "text") -> str:
+    from tabulate import tabulate
+
     headers, rows = valuation_rows(val)
     md = fmt == "md"
     title = (f"target {val.target}, mode {val.mode}, metric {val.metric} "
@@ -63,6 +63,8 @@ def valuation_table(val: Valuation, fmt: str = "text") -> str:
 
 
 def matrix_table(matrix: TargetMatrix, fmt: str = "text", scale: str = "data") -> str:
+    from tabulate import tabulate
+
     fmt_cell = fmt_images if scale == "data" else fmt_linear
     headers = ["train-set", *matrix.targets, "sum"]
     rows = []
