@@ -39,15 +39,27 @@ def add_records_arguments(parser: argparse.ArgumentParser) -> None:
                         help="restrict the players to these train-sets (default: every train-set)")
     parser.add_argument("--format", choices=("json", "text", "md"), default="text",
                         help="output format (default: text)")
+    add_estimator_arguments(parser)
+
+
+def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--estimator", choices=("auto", "exact", "kernel", "permutation"), default="auto",
+                        help="auto (default): exact when every coalition is trained, the kernel estimate for a "
+                             "budgeted study; kernel/permutation: estimate from the coalitions present")
+    parser.add_argument("--curve", choices=("model", "weighted", "present"), default="model",
+                        help="how an estimate fits the log curve from a sample of coalitions (default: model)")
 
 
 def cmd_value(args: argparse.Namespace) -> int:
     from .valuation import value
 
+    from .store import read_design
+
     records = load_records(args.records)
     emit_warnings(records.warnings())
-    val = value(records, target=args.target, mode=args.mode, metric=args.metric,
-                train_sets=args.train_sets)
+    games = (read_design(args.records) or {}).get("games", {})
+    val = value(records, target=args.target, mode=args.mode, metric=args.metric, train_sets=args.train_sets,
+                estimator=args.estimator, design=games.get(f"{args.target}|{args.mode}"), curve=args.curve)
     emit_warnings(val.warnings)
     print(dump_json(val.to_dict()) if args.format == "json" else valuation_table(val, args.format))
     return 0
@@ -56,10 +68,13 @@ def cmd_value(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from .valuation import target_matrix
 
+    from .store import read_design
+
     records = load_records(args.records)
     emit_warnings(records.warnings())
     matrix = target_matrix(records, mode=args.mode, metric=args.metric, train_sets=args.train_sets,
-                           targets=args.targets)
+                           targets=args.targets, estimator=args.estimator, curve=args.curve,
+                           designs=(read_design(args.records) or {}).get("games"))
     emit_warnings(matrix.warnings)
     if args.format == "json":
         print(dump_json(matrix.to_dict()))
@@ -85,6 +100,12 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=("epochs", "iterations"), default=None,
                         help="epochs: every coalition trains train.max_epoch epochs (the paper); "
                              "iterations: every coalition gets the same number of optimizer steps")
+    parser.add_argument("--budget", type=int, default=None, metavar="K",
+                        help="train K distinct coalitions per seed instead of all 2^N (paired kernel sampling)")
+    parser.add_argument("--sampler", choices=("kernel", "permutation"), default="kernel",
+                        help="how a --budget picks coalitions: kernel (default) or permutation (the baseline)")
+    parser.add_argument("--sample-seed", type=int, default=0, metavar="S",
+                        help="seed of the coalition sampling of a --budget plan (default: 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="trailing KEY VALUE pairs overriding the config (e.g. train.max_epoch 2)")
 
@@ -120,8 +141,14 @@ def study_config(args: argparse.Namespace) -> tuple[dict, list[str], list[str]]:
 def cmd_plan(args: argparse.Namespace) -> int:
     config, sources, targets = study_config(args)
     pm = args.plugin_manager
-    plan = pm.hook.shapley_build_plan(train_sets=sources, targets=targets, modes=[args.mode],
-                                      seeds=args.seeds, config=config)
+    if args.budget is not None:
+        from .plan import build_budget_plan
+
+        plan, _ = build_budget_plan(sources, targets, args.mode, args.seeds, budget=args.budget,
+                                    sampler=args.sampler, sample_seed=args.sample_seed)
+    else:
+        plan = pm.hook.shapley_build_plan(train_sets=sources, targets=targets, modes=[args.mode],
+                                          seeds=args.seeds, config=config)
     if args.format == "json":
         print(dump_json([run.to_dict() for run in plan]))
     else:
@@ -144,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec, pm, _ = prepare_study(out=args.out, train_sets=sources, targets=targets, modes=args.mode,
                                 seeds=args.seeds, config=config, plugins=args.plugin or [],
                                 pm=args.plugin_manager, max_attempts=args.max_attempts,
-                                lease_seconds=args.lease_seconds, backend=args.backend)
+                                lease_seconds=args.lease_seconds, backend=args.backend, budget=args.budget,
+                                sampler=args.sampler, sample_seed=args.sample_seed)
     summary = run_study(spec, workers=args.workers, devices=args.devices, per_device=args.per_device,
                         address=args.address, gpus_per_training=args.gpus_per_training, pm=pm)
     print_study_end(spec, summary, pm=pm, report=not args.no_report)

@@ -135,16 +135,23 @@ def build_game(records: RecordSet, *, target: str, mode: str = "without", metric
         images = images + pool[target]
     game = Game(target=target, mode=mode, metric=metric, players=players,
                 num_images={p: pool[p] for p in players}, values=values, images=images, runs=runs)
-    missing = np.flatnonzero(np.isnan(values))
-    if missing.size and not allow_missing:
-        shown = [format_coalition(game.run_of(int(m))) for m in missing[:SHOW_MISSING]]
-        more = f" and {missing.size - SHOW_MISSING} more" if missing.size > SHOW_MISSING else ""
-        raise MissingCoalitionError(
-            f"{missing.size} of {size} trainings needed for target {target!r} (mode {mode}, metric {metric}) "
-            f"have no successful record: {', '.join(shown)}{more}; train them (torchreid-shapley run "
-            "resumes a study) or restrict --train-sets",
-            missing=[game.run_of(int(m)) for m in missing])
+    if not allow_missing and np.isnan(values).any():
+        raise missing_coalitions_error(game)
     return game
+
+
+def missing_coalitions_error(game: Game) -> MissingCoalitionError:
+    """Name the trainings a complete game lacks: the first few and the count."""
+    missing = np.flatnonzero(np.isnan(game.values))
+    size = game.values.size
+    shown = [format_coalition(game.run_of(int(m))) for m in missing[:SHOW_MISSING]]
+    more = f" and {missing.size - SHOW_MISSING} more" if missing.size > SHOW_MISSING else ""
+    return MissingCoalitionError(
+        f"{missing.size} of {size} trainings needed for target {game.target!r} (mode {game.mode}, metric "
+        f"{game.metric}) have no successful record: {', '.join(shown)}{more}; train them (torchreid-shapley "
+        "run resumes a study), restrict --train-sets, or estimate from the trainings present with "
+        "--estimator kernel",
+        missing=[game.run_of(int(m)) for m in missing])
 
 
 def require_records(records: RecordSet) -> RecordSet:

@@ -337,7 +337,9 @@ class Progress:
 # -- the launcher -----------------------------------------------------------------------------------
 def prepare_study(*, out: str, train_sets: Sequence[str], targets: Sequence[str], modes: Sequence[str] | str,
                   seeds: Sequence[int], config: Mapping[str, Any], plugins: Sequence[str] = (), pm=None,
-                  max_attempts: int = 3, lease_seconds: float = 60.0, backend: str = "local") -> tuple[StudySpec, Any, dict]:
+                  max_attempts: int = 3, lease_seconds: float = 60.0, backend: str = "local",
+                  budget: int | None = None, sampler: str = "kernel",
+                  sample_seed: int = 0) -> tuple[StudySpec, Any, dict]:
     """Describe the datasets, fingerprint the study, open its store and build its plan."""
     if max_attempts < 1:
         raise ConfigError(f"--max-attempts must be at least 1, got {max_attempts}")
@@ -357,8 +359,16 @@ def prepare_study(*, out: str, train_sets: Sequence[str], targets: Sequence[str]
     counts = {t: {k: int(v) for k, v in counts[t].items()} for t in train_sets}
     payload = fingerprint_payload(config, counts, targets, seeds)
     fp = fingerprint(payload)
-    plan = pm.hook.shapley_build_plan(train_sets=list(train_sets), targets=list(targets), modes=list(modes),
-                                      seeds=list(seeds), config=config)
+    design = None
+    if budget is not None:
+        from .plan import build_budget_plan
+
+        plan, games = build_budget_plan(train_sets, targets, modes, seeds, budget=budget, sampler=sampler,
+                                        sample_seed=sample_seed)
+        design = {"sampler": sampler, "budget": budget, "sample_seed": sample_seed, "games": games}
+    else:
+        plan = pm.hook.shapley_build_plan(train_sets=list(train_sets), targets=list(targets), modes=list(modes),
+                                          seeds=list(seeds), config=config)
     manifest = {
         "schema_version": SCHEMA_VERSION, "tool": "torchreid-shapley", "version": __version__,
         "created_at": now_iso(), "fingerprint": fp, "payload": payload, "config": config,
@@ -367,6 +377,8 @@ def prepare_study(*, out: str, train_sets: Sequence[str], targets: Sequence[str]
     }
     store = StudyStore(out, lease_seconds=lease_seconds)
     manifest = store.open(manifest)
+    if design is not None:
+        store.write_design(design)
     spec = StudySpec(out=str(out), train_sets=train_sets, targets=targets, modes=modes, seeds=tuple(seeds),
                      config=config, counts=counts, fingerprint=fp, plan=tuple(plan), plugins=tuple(plugins),
                      max_attempts=max_attempts, lease_seconds=lease_seconds, backend=backend)

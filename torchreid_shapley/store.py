@@ -37,6 +37,7 @@ from .errors import ConfigError, RecordsError
 from .records import validate_record
 
 MANIFEST = "study.json"
+DESIGN = "design.json"
 SUBDIRS = ("runs", "failures", "claims", "duplicates", "quarantine", "tmp")
 HOST = socket.gethostname()
 
@@ -154,6 +155,10 @@ class StudyStore:
                 f"the study in {str(self.root)!r} was made with a different configuration ({shown or 'fingerprint differs'}); "
                 "use a new --out directory, or restore those settings to resume it")
         return existing
+
+    def write_design(self, design: Mapping[str, Any]) -> None:
+        """The sampling design of a budgeted study (replaced when the budget is raised)."""
+        self._replace_bytes(self.root / DESIGN, self.encode(design))
 
     # -- records ------------------------------------------------------------------------------
     def published_keys(self) -> set[str]:
@@ -321,3 +326,15 @@ class StudyStore:
 
     def remove(self) -> None:  # used by tests and demo --fresh
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def read_design(path: os.PathLike | str) -> dict | None:
+    """``design.json`` of a budgeted study directory, or None (an exact study, or a records file)."""
+    file = Path(path) / DESIGN
+    if not Path(path).is_dir() or not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RecordsError(f"{file} is not a readable sampling design ({exc}); re-run the study's "
+                           "'torchreid-shapley run' command to rewrite it, or pass --estimator kernel") from None

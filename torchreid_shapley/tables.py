@@ -32,10 +32,17 @@ def valuation_rows(val: Valuation) -> tuple[list[str], list[list[str]]]:
     headers = ["train-set", "images", "LOM linear", "LOM data", "SV linear", "SV data", "SV data / image"]
     sl, sd = val.shapley["linear"], val.shapley["data"]
     ll, ld = val.lom["linear"], val.lom["data"]
+    se = val.stderr or {}
+    sel, sed = se.get("linear"), se.get("data")
+
+    def pm(text: str, err: float | None, fmt) -> str:
+        return text if err is None or text == "-" else f"{text} ± {fmt(err)}"
+
     rows = []
     for p in val.players:
         rows.append([p, f"{val.num_images[p]:,}", fmt_linear(ll[p]), fmt_images(ld and ld[p]),
-                     fmt_linear(sl[p]), fmt_images(sd and sd[p]),
+                     pm(fmt_linear(sl[p]), sel and sel[p], fmt_linear),
+                     pm(fmt_images(sd and sd[p]), sed and sed[p], fmt_images),
                      fmt_ratio(val.per_instance and val.per_instance[p])])
     rows.append(["base", "-", "-", "-", fmt_linear(val.base["linear"]), fmt_images(val.base["data"]), "-"])
     rows.append(["full", "-", "-", "-", fmt_linear(val.full["linear"]), fmt_images(val.full["data"]), "-"])
@@ -47,8 +54,11 @@ def valuation_table(val: Valuation, fmt: str = "text") -> str:
 
     headers, rows = valuation_rows(val)
     md = fmt == "md"
+    total = val.coalitions_total or val.coalitions
     title = (f"target {val.target}, mode {val.mode}, metric {val.metric} "
-             f"({val.estimator}, {val.coalitions} coalitions)")
+             f"({val.estimator}, {val.coalitions} coalitions)" if val.coalitions == total else
+             f"target {val.target}, mode {val.mode}, metric {val.metric} ({val.estimator} estimate from "
+             f"{val.coalitions} of {total} coalitions; ± one standard error)")
     if val.fit is not None:
         curve = (f"log curve: {val.fit.equation(val.metric)}, R^2 = {val.fit.r2:.4f}, "
                  f"{val.fit.points} points, {val.fit.min_images:,}..{val.fit.max_images:,} images")

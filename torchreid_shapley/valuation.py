@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import FitRefused, ShapleyError
-from .game import Game, build_game, check_mode, players_for, resolve_pool
+from .game import Game, build_game, check_mode, missing_coalitions_error, players_for, resolve_pool
 from .records import RecordSet
 from .scaling import LogCurve, data_scale, fit_log_curve
 from .shapley import last_one_mile, shapley_values
@@ -53,6 +53,10 @@ class Valuation:
     checks: tuple[Check, ...]
     game: Game = field(repr=False, compare=False)
     data_values: np.ndarray | None = field(default=None, repr=False, compare=False)
+    stderr: Mapping[str, Mapping[str, float] | None] | None = None  # None for exact values
+    coalitions_total: int = 0
+    curve: str | None = None  # how the log curve was fitted ("all" coalitions, or an estimate's)
+    design: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of design.md section 4 (full precision)."""
@@ -64,12 +68,15 @@ class Valuation:
             "num_images": dict(self.num_images),
             "estimator": self.estimator,
             "coalitions": self.coalitions,
+            "coalitions_total": self.coalitions_total or self.coalitions,
             "fit": self.fit.to_dict() if self.fit else None,
             "base": dict(self.base),
             "full": dict(self.full),
             "shapley": {k: (dict(v) if v is not None else None) for k, v in self.shapley.items()},
             "lom": {k: (dict(v) if v is not None else None) for k, v in self.lom.items()},
             "per_instance": dict(self.per_instance) if self.per_instance is not None else None,
+            "stderr": (None if self.stderr is None else
+                       {k: (dict(v) if v is not None else None) for k, v in self.stderr.items()}),
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -131,15 +138,72 @@ def value_game(game: Game, *, estimator: str = "exact") -> Valuation:
         lom={"linear": per_player(lom_lin), "data": per_player(lom_data)},
         per_instance=None if psi is None else {p: float(psi[i] / game.num_images[p])
                                                for i, p in enumerate(players)},
-        checks=tuple(checks), game=game, data_values=g,
+        checks=tuple(checks), game=game, data_values=g, coalitions_total=int(v.size), curve="all",
+    )
+
+
+ESTIMATORS = ("auto", "exact", "kernel", "permutation")
+
+
+def estimate_game(game: Game, *, estimator: str = "kernel", design: Mapping[str, Any] | None = None,
+                  seed: int = 0, curve: str = "model") -> Valuation:
+    """Estimated values of a game with untrained coalitions (NaN), with standard errors."""
+    from .estimators import estimate_valuation
+
+    est = estimate_valuation(game, estimator=estimator, design=design, seed=seed, curve=curve)
+    name = est["estimator"]
+    total = 1 << game.n
+    present = int(est["coalitions"]["present"])
+    lin, dat = est["shapley"]["linear"], est["shapley"]["data"]
+    checks = [Check("coalitions_complete", True,
+                    f"{present} of {total} coalitions trained ({100 * present / total:.0f}%): {name} estimate, "
+                    f"{est['coalitions']['used']} coalitions used" if present < total else
+                    f"{total} of {total} coalitions have a successful record")]
+    checks.append(_efficiency("efficiency_linear", np.array(list(lin.values())), est["base"]["linear"],
+                              est["full"]["linear"], game.metric))
+    fit: LogCurve | None = est["fit"]
+    if fit is not None and dat is not None:
+        checks.append(Check("log_curve_fit", True,
+                            f"{fit.equation(game.metric)}, R^2 = {fit.r2:.4f} ({est['curve']} fit on {present} "
+                            f"of {total} coalitions; images {fit.min_images}..{fit.max_images})"))
+        checks.append(_efficiency("efficiency_data", np.array(list(dat.values())), est["base"]["data"],
+                                  est["full"]["data"], "images"))
+    else:
+        checks.append(Check("log_curve_fit", False, f"log curve refused: {est['fit_error']}"))
+    return Valuation(
+        target=game.target, mode=game.mode, metric=game.metric, players=game.players,
+        num_images=dict(game.num_images), estimator=name, coalitions=present, fit=fit,
+        fit_error=est["fit_error"], base=est["base"], full=est["full"], shapley=est["shapley"],
+        lom=est["lom"], per_instance=est["per_instance"], checks=tuple(checks), game=game,
+        data_values=est["data_values"], stderr=est["stderr"] if name != "exact" else None,
+        coalitions_total=total, curve=est["curve"], design=est["design"],
     )
 
 
 def value(records: RecordSet, *, target: str, mode: str = "without", metric: str = "mAP",
-          train_sets: Sequence[str] | None = None) -> Valuation:
-    """Exact values of ``target`` from records (raises if a needed coalition is missing)."""
-    game = build_game(records, target=target, mode=mode, metric=metric, train_sets=train_sets)
-    return value_game(game)
+          train_sets: Sequence[str] | None = None, estimator: str = "auto",
+          design: Mapping[str, Any] | None = None, seed: int = 0, curve: str = "model") -> Valuation:
+    """Values of ``target`` from records.
+
+    ``exact`` needs every coalition (a missing one is named in the error). ``auto`` is exact when
+    every coalition is present; with coalitions missing it estimates when the study was planned
+    with a budget (``design`` given), and otherwise refuses, naming the missing trainings: a
+    crashed training in an exact study should be noticed, not papered over. ``kernel`` and
+    ``permutation`` estimate from whatever coalitions are present.
+    """
+    if estimator not in ESTIMATORS:
+        raise ShapleyError(f"estimator {estimator!r} is not one of {list(ESTIMATORS)}; use --estimator auto, "
+                           "exact, kernel or permutation")
+    game = build_game(records, target=target, mode=mode, metric=metric, train_sets=train_sets,
+                      allow_missing=True)
+    if design is not None and list(design.get("players") or game.players) != list(game.players):
+        design = None  # planned for other players (e.g. --train-sets restricts them): use what is present
+    complete = not np.isnan(game.values).any()
+    if complete and estimator in ("auto", "exact"):
+        return value_game(game)
+    if estimator == "exact" or (estimator == "auto" and design is None):
+        raise missing_coalitions_error(game)
+    return estimate_game(game, estimator=estimator, design=design, seed=seed, curve=curve)
 
 
 # -- the target matrix (paper Table 3) ----------------------------------------------------------
@@ -206,7 +270,9 @@ class TargetMatrix:
 
 def target_matrix(records: RecordSet, *, mode: str = "without", metric: str = "mAP",
                   train_sets: Sequence[str] | None = None,
-                  targets: Sequence[str] | None = None) -> TargetMatrix:
+                  targets: Sequence[str] | None = None, estimator: str = "auto",
+                  designs: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
+                  curve: str = "model") -> TargetMatrix:
     """Data-scale Shapley values of every train-set (rows) for every target (columns)."""
     check_mode(mode)
     pool = resolve_pool(records, train_sets)
@@ -220,8 +286,9 @@ def target_matrix(records: RecordSet, *, mode: str = "without", metric: str = "m
             skipped[target] = "no train-set of its own, so no mode-with game"
             continue
         players_for(pool, target, mode)  # raises for an explicitly requested impossible column
-        valuations[target] = value(records, target=target, mode=mode, metric=metric,
-                                   train_sets=list(pool))
+        valuations[target] = value(records, target=target, mode=mode, metric=metric, train_sets=list(pool),
+                                   estimator=estimator, design=(designs or {}).get(f"{target}|{mode}"),
+                                   seed=seed, curve=curve)
     if not valuations:
         raise ShapleyError(f"no target can be valued in mode {mode}: {dict(skipped)}; "
                            "use --mode without")
