@@ -56,6 +56,12 @@ def test_run_with_a_budget_then_raise_it(tmp_path):
     assert sum(got["shapley"]["data"].values()) == pytest.approx(got["full"]["data"] - got["base"]["data"])
     assert "±" in cli("value", out, "-t", "ds0").stdout
     assert cli("matrix", out).returncode == 0
+    page = cli("report", out, "-o", tmp_path / "r.html")
+    assert page.returncode == 0, page.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "Estimated</b> by the kernel estimator from" in html and "&plusmn;" in html
+    md = cli("report", out, "-o", tmp_path / "r.md")
+    assert md.returncode == 0 and " ± " in (tmp_path / "r.md").read_text()
     raised = cli(*run_args(out, SETS, ["ds0"], "--budget", "40", "--no-report"))
     assert "16 trained, 0 failed, 24 skipped" in raised.stdout  # nested: nothing trained twice
     assert all(snapshot(out)[k] == v for k, v in before.items())

@@ -295,6 +295,7 @@ def build_parser(pm=None) -> ArgumentParser:
 
     p = sub.add_parser("report", help="one offline report: .html (self-contained), .md or .json")
     report.add_arguments(p)
+    add_estimator_arguments(p)
     p.set_defaults(func=report.cmd_report)
 
     p = sub.add_parser("demo", help="a complete study on synthetic ReID data (CPU, a few minutes); resumes")

@@ -48,7 +48,7 @@ from .errors import ShapleyError
 from .game import MODES, build_game, check_mode, format_coalition
 from .records import RecordSet, is_study_dir, load_records
 from .tables import fmt_images, fmt_linear, fmt_ratio
-from .valuation import TargetMatrix, Valuation, value_game
+from .valuation import TargetMatrix, Valuation, valuate, value_game
 
 #: Warn when R^2 of the log-curve fit is below this.
 R2_WARNING = 0.8
@@ -239,6 +239,22 @@ def _coalition_rows(game, val: Valuation | None) -> list[dict]:
     return rows
 
 
+def _not_separated(ranked: Sequence[str], values: Mapping[str, float], errs: Mapping[str, float],
+                   p: str) -> bool:
+    """True when ``p``'s 95% interval overlaps that of a neighbour in the ranking (estimates only)."""
+    if not errs:
+        return False
+    i = ranked.index(p)
+
+    def overlap(q: str) -> bool:
+        a, b = errs.get(p), errs.get(q)
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+            return True
+        return abs(values[p] - values[q]) <= 1.96 * math.hypot(a, b)
+
+    return any(overlap(ranked[j]) for j in (i - 1, i + 1) if 0 <= j < len(ranked))
+
+
 def _tables(val: dict) -> dict:
     """Paper Table 4 (LOM in data scale, SV linear, SV data, base) and Table 5 (per image)."""
     players = val["players"]
@@ -246,9 +262,15 @@ def _tables(val: dict) -> dict:
     ld, ll = val["lom"]["data"], val["lom"]["linear"]
     key = sd if sd is not None else sl
     players = sorted(players, key=lambda p: (-key[p], p))  # most valuable first
+    se = val.get("stderr") or {}
+    sel, sed = se.get("linear") or {}, se.get("data") or {}
+    errs = sed if sd is not None else sel
     table4 = [{"train_set": p, "lom_data": None if ld is None else ld[p], "lom_linear": ll[p],
-               "sv_linear": sl[p], "sv_data": None if sd is None else sd[p]} for p in players]
-    table5 = [{"train_set": p, "sv_data": None if sd is None else sd[p], "images": val["num_images"][p],
+               "sv_linear": sl[p], "sv_data": None if sd is None else sd[p],
+               "sv_linear_se": _finite(sel.get(p)), "sv_data_se": _finite(sed.get(p)),
+               "not_separated": _not_separated(players, key, errs, p)} for p in players]
+    table5 = [{"train_set": p, "sv_data": None if sd is None else sd[p], "sv_data_se": _finite(sed.get(p)),
+               "images": val["num_images"][p],
                "per_instance": None if val["per_instance"] is None else val["per_instance"][p]}
               for p in players]
     return {"table4": table4, "table5": table5,
@@ -257,9 +279,11 @@ def _tables(val: dict) -> dict:
 
 
 def _section(records: RecordSet, *, index: int, target: str, mode: str, metric: str,
-             pool: Sequence[str], unknown: Sequence[str]) -> tuple[dict, Valuation | None, set]:
+             pool: Sequence[str], unknown: Sequence[str], estimator: str = "auto",
+             design: Mapping | None = None, curve: str = "model") -> tuple[dict, Valuation | None, set]:
     """One (target, mode): status complete / incomplete / error, with everything to show."""
     section: dict[str, Any] = {
+        "estimate": None,
         "id": f"sec-{index}", "index": index, "target": target, "mode": mode, "metric": metric,
         "mode_text": MODE_TEXT[mode], "status": "error", "players": [], "num_images": {},
         "valuation": None, "headline": None, "tables": None, "fit": None, "fit_error": None,
@@ -290,7 +314,13 @@ def _section(records: RecordSet, *, index: int, target: str, mode: str, metric: 
     for mask in range(1 << game.n):
         needed.add(game.run_of(mask))
     missing_masks = np.flatnonzero(np.isnan(game.values))
-    if missing_masks.size or unknown:
+    val = None
+    if (missing_masks.size or estimator not in ("auto", "exact")) and not unknown:
+        try:  # a budgeted study (or an explicit estimator): estimate from the coalitions present
+            val = valuate(game, estimator=estimator, design=design, curve=curve)
+        except ShapleyError:
+            val = None
+    if val is None and (missing_masks.size or unknown):
         present = (1 << game.n) - int(missing_masks.size)
         names = [format_coalition(game.run_of(int(m))) for m in missing_masks[:SHOW_MISSING]]
         absent = [t for t in unknown if t != target]
@@ -310,8 +340,12 @@ def _section(records: RecordSet, *, index: int, target: str, mode: str, metric: 
             detail += f"; {note}"
         section["checks"].append(_check("coalitions_complete", "failed", detail))
         return section, None, needed
-    val = value_game(game)
+    if val is None:
+        val = value_game(game)
     vdict = val.to_dict()
+    if val.stderr is not None:
+        section["estimate"] = {"estimator": val.estimator, "present": val.coalitions,
+                               "total": val.coalitions_total, "curve": val.curve}
     section.update(status="complete", valuation=vdict, coalitions=_coalition_rows(game, val),
                    fit_error=val.fit_error)
     if val.fit is not None:
@@ -483,7 +517,8 @@ def _plugin_sections(pm, context: dict) -> tuple[list[dict], list[str]]:
 def build_context(records: RecordSet | os.PathLike | str, *, metric: str = "mAP",
                   modes: Sequence[str] = ("without", "with"), targets: Sequence[str] | None = None,
                   train_sets: Sequence[str] | None = None, manifest: Mapping | None = None,
-                  plugin_manager=None, warnings: Sequence[str] = ()) -> dict:
+                  plugin_manager=None, warnings: Sequence[str] = (), estimator: str = "auto",
+                  designs: Mapping[str, Mapping] | None = None, curve: str = "model") -> dict:
     """Everything the report shows, as one plain JSON-able dict (see the module docstring).
 
     ``records`` is a :class:`RecordSet` (or a path to load); ``manifest`` the parsed ``study.json``
@@ -545,7 +580,8 @@ def build_context(records: RecordSet | os.PathLike | str, *, metric: str = "mAP"
                 skipped_all.append({"mode": mode, "target": target, "reason": why})
                 continue
             section, val, need = _section(records, index=len(sections) + 1, target=target, mode=mode,
-                                          metric=metric, pool=pool, unknown=unknown)
+                                          metric=metric, pool=pool, unknown=unknown, estimator=estimator,
+                                          design=(designs or {}).get(f"{target}|{mode}"), curve=curve)
             needed |= need
             sections.append(section)
             if val is not None:
@@ -711,6 +747,10 @@ def _md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, text: bo
                     colalign=align)
 
 
+def _pm(x: float | None, se: float | None, fmt) -> str:
+    return fmt(x) if se is None or x is None else f"{fmt(x)} ± {fmt(se)}"
+
+
 def _md_section(s: dict, files: Mapping[str, str], link: str) -> list[str]:
     out = [f'<a id="{s["id"]}"></a>', "",
            f"## {md(s['target'])}: mode {md(s['mode'])}", "", f"*{md(s['mode_text'])}*", ""]
@@ -730,11 +770,17 @@ def _md_section(s: dict, files: Mapping[str, str], link: str) -> list[str]:
         out += [f"> **{md(head['sentence'])}**", ""]
         t = s["tables"]
         unit = md(s["metric"])
+        est = s.get("estimate")
+        if est:
+            out += [f"*Estimated by the {est['estimator']} estimator from {est['present']:,} of {est['total']:,} "
+                    "coalitions; ± is one standard error; ≈ marks a train-set whose 95% interval overlaps a "
+                    "neighbour's in the ranking.*", ""]
         out += ["**Contributions (paper Table 4)**", "",
                 _md_table(["train-set", "LOM data (images)", f"LOM linear ({unit})", f"SV linear ({unit})",
                            "SV data (images)"],
-                          [[r["train_set"], fmt_images(r["lom_data"]), fmt_linear(r["lom_linear"]),
-                            fmt_linear(r["sv_linear"]), fmt_images(r["sv_data"])] for r in t["table4"]]
+                          [[r["train_set"] + (" ≈" if r.get("not_separated") else ""), fmt_images(r["lom_data"]),
+                            fmt_linear(r["lom_linear"]), _pm(r["sv_linear"], r.get("sv_linear_se"), fmt_linear),
+                            _pm(r["sv_data"], r.get("sv_data_se"), fmt_images)] for r in t["table4"]]
                           + [["base", "-", "-", fmt_linear(t["base"]["linear"]), fmt_images(t["base"]["data"])],
                              ["full", "-", "-", fmt_linear(t["full"]["linear"]), fmt_images(t["full"]["data"])]]),
                 "", "**Per-image values (paper Table 5)**", "",
@@ -997,9 +1043,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .manager import get_plugin_manager
 
         pm = get_plugin_manager(getattr(args, "plugin", None) or [])
+    from .store import read_design
+
     context = build_context(records, metric=args.metric, modes=modes, targets=args.targets,
                             train_sets=args.train_sets, manifest=manifest, plugin_manager=pm,
-                            warnings=manifest_warnings)
+                            warnings=manifest_warnings, estimator=getattr(args, "estimator", "auto"),
+                            curve=getattr(args, "curve", "model"),
+                            designs=(read_design(args.records) or {}).get("games"))
     write_report(output, context)
     for line in context["warnings"]:
         print(f"warning: {_plain(line)}", file=sys.stderr)
@@ -1013,7 +1063,9 @@ def study_report(study_dir: os.PathLike | str, *, pm=None, metric: str = "mAP",
     """After ``run``/``demo``: write ``<study>/report.html`` and return the terminal summary."""
     records = load_records(study_dir)
     manifest, manifest_warnings = read_manifest(study_dir)
+    from .store import read_design
+
     context = build_context(records, metric=metric, manifest=manifest, plugin_manager=pm,
-                            warnings=manifest_warnings)
+                            warnings=manifest_warnings, designs=(read_design(study_dir) or {}).get("games"))
     path = write_report(Path(study_dir) / filename, context)
     return terminal_summary(context) + "\n" + _plain(f"report written to {path}")

@@ -183,7 +183,18 @@ def estimate_game(game: Game, *, estimator: str = "kernel", design: Mapping[str,
 def value(records: RecordSet, *, target: str, mode: str = "without", metric: str = "mAP",
           train_sets: Sequence[str] | None = None, estimator: str = "auto",
           design: Mapping[str, Any] | None = None, seed: int = 0, curve: str = "model") -> Valuation:
-    """Values of ``target`` from records.
+    """Values of ``target`` from records (see :func:`valuate` for how ``estimator`` decides)."""
+    if estimator not in ESTIMATORS:
+        raise ShapleyError(f"estimator {estimator!r} is not one of {list(ESTIMATORS)}; use --estimator auto, "
+                           "exact, kernel or permutation")
+    game = build_game(records, target=target, mode=mode, metric=metric, train_sets=train_sets,
+                      allow_missing=True)
+    return valuate(game, estimator=estimator, design=design, seed=seed, curve=curve)
+
+
+def valuate(game: Game, *, estimator: str = "auto", design: Mapping[str, Any] | None = None,
+            seed: int = 0, curve: str = "model") -> Valuation:
+    """Exact values or an estimate of a game whose untrained coalitions are NaN.
 
     ``exact`` needs every coalition (a missing one is named in the error). ``auto`` is exact when
     every coalition is present; with coalitions missing it estimates when the study was planned
@@ -191,11 +202,6 @@ def value(records: RecordSet, *, target: str, mode: str = "without", metric: str
     crashed training in an exact study should be noticed, not papered over. ``kernel`` and
     ``permutation`` estimate from whatever coalitions are present.
     """
-    if estimator not in ESTIMATORS:
-        raise ShapleyError(f"estimator {estimator!r} is not one of {list(ESTIMATORS)}; use --estimator auto, "
-                           "exact, kernel or permutation")
-    game = build_game(records, target=target, mode=mode, metric=metric, train_sets=train_sets,
-                      allow_missing=True)
     if design is not None and list(design.get("players") or game.players) != list(game.players):
         design = None  # planned for other players (e.g. --train-sets restricts them): use what is present
     complete = not np.isnan(game.values).any()
