@@ -26,7 +26,8 @@ HOOKS = sorted(name for name, obj in inspect.getmembers(hookspecs, inspect.isfun
 
 
 def test_every_hook_is_named_typed_and_documented():
-    assert HOOKS == ["shapley_add_arguments", "shapley_build_plan", "shapley_describe_train_sets",
+    assert HOOKS == ["shapley_add_arguments", "shapley_build_datamanager", "shapley_build_engine",
+                     "shapley_build_model", "shapley_build_plan", "shapley_describe_train_sets",
                      "shapley_observe_run", "shapley_register_datasets", "shapley_report_sections",
                      "shapley_train_coalition"]
     for name in HOOKS:

@@ -20,6 +20,7 @@ class TrainJob:
     study_dir: str = ""
     num_images: Mapping[str, int] = field(default_factory=dict)  # counts of the coalition's train-sets
     progress: Optional[Callable[[float, str], None]] = field(default=None, compare=False, repr=False)
+    hook: Any = field(default=None, compare=False, repr=False)  # the plugin manager's hook relay (pm.hook)
 
     def report(self, fraction: float, message: str = "") -> None:
         """Report training progress (0..1) to the runner, if it listens."""

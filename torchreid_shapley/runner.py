@@ -177,7 +177,7 @@ def train_one(pm, spec: StudySpec, run: PlannedRun, *, attempt: int, device: str
     job = TrainJob(train_sets=run.train_sets, seed=run.seed, targets=spec.targets, config=spec.config,
                    device=device, attempt=attempt, workdir=workdir, study_dir=spec.out,
                    num_images={t: int(spec.counts[t]["num_images"]) for t in run.train_sets},
-                   progress=progress)
+                   progress=progress, hook=pm.hook)
     started = time.time()
     result = pm.hook.shapley_train_coalition(job=job)
     finished = time.time()
