@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from torchreid_shapley.errors import ConfigError
 from torchreid_shapley.plugins import torchreid_compat
 
 REPO = Path(__file__).resolve().parents[1]

@@ -50,6 +50,19 @@ def check_metrics(result, targets=TARGETS):
         assert values["rank1"] <= values["rank5"] <= values["rank10"] <= values["rank20"]
 
 
+def test_import_and_plugin_manager_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import torchreid_shapley.plugins.torchreid_trainer, torchreid_shapley.plugins.image_cache; "
+            "from torchreid_shapley.manager import get_plugin_manager; get_plugin_manager(entry_points=False); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchreid', 'torchvision')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_untrained_model_is_evaluated_without_training(cache, tmp_path):
     progress = []

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import math
 import os
 import random
 import socket
