@@ -36,7 +36,7 @@ def test_value_json_is_full_precision_and_matches_the_api(paper_file, paper_reco
     assert out == expected
     assert set(out) == {"target", "mode", "metric", "players", "num_images", "estimator", "coalitions",
                         "fit", "base", "full", "shapley", "lom", "per_instance", "checks", "coalitions_total",
-                        "stderr"}
+                        "stderr", "seed_spread"}
     assert set(out["fit"]) == {"alpha", "beta", "r2", "points", "min_images", "max_images"}
     assert out["estimator"] == "exact" and out["coalitions"] == 16 == out["coalitions_total"]
     assert out["stderr"] is None

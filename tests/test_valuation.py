@@ -161,3 +161,19 @@ def test_matrix_mode_with_skips_targets_without_a_train_set():
     assert m.targets == ("a", "b") and "elsewhere" in m.skipped
     with pytest.raises(ShapleyError, match="--mode with needs target 'elsewhere'"):
         target_matrix(rs, mode="with", targets=["elsewhere"])
+
+
+def test_several_seeds_average_and_report_their_spread():
+    images = {"a": 100, "b": 300, "c": 900}
+    one = make_records(images, {"t": log_curve_game(images, 0.05, 2.0, 0.02)}, seed=1)
+    two = make_records(images, {"t": log_curve_game(images, 0.06, 2.0, 0.02)}, seed=2)
+    both = value(record_set(one + two), target="t")
+    v1, v2 = value(record_set(one), target="t"), value(record_set(two), target="t")
+    assert v1.seed_spread is None
+    spread = both.seed_spread
+    assert spread["seeds"] == [1, 2]
+    for p in images:
+        assert both.shapley["linear"][p] == pytest.approx((v1.shapley["linear"][p] + v2.shapley["linear"][p]) / 2)
+        expected = abs(v1.shapley["data"][p] - v2.shapley["data"][p]) / np.sqrt(2)
+        assert spread["data"][p] == pytest.approx(expected)
+    assert both.to_dict()["seed_spread"]["linear"].keys() == set(images)

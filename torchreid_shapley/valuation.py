@@ -7,7 +7,7 @@ field is ``None`` and the failed ``log_curve_fit`` check says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -57,6 +57,7 @@ class Valuation:
     coalitions_total: int = 0
     curve: str | None = None  # how the log curve was fitted ("all" coalitions, or an estimate's)
     design: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    seed_spread: Mapping[str, Any] | None = None  # std over seeds of each seed's own values
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of design.md section 4 (full precision)."""
@@ -78,6 +79,7 @@ class Valuation:
             "stderr": (None if self.stderr is None else
                        {k: (dict(v) if v is not None else None) for k, v in self.stderr.items()}),
             "checks": [c.to_dict() for c in self.checks],
+            "seed_spread": None if self.seed_spread is None else dict(self.seed_spread),
         }
 
     @property
@@ -189,7 +191,42 @@ def value(records: RecordSet, *, target: str, mode: str = "without", metric: str
                            "exact, kernel or permutation")
     game = build_game(records, target=target, mode=mode, metric=metric, train_sets=train_sets,
                       allow_missing=True)
-    return valuate(game, estimator=estimator, design=design, seed=seed, curve=curve)
+    val = valuate(game, estimator=estimator, design=design, seed=seed, curve=curve)
+    spread = seed_spread(records, target=target, mode=mode, metric=metric, train_sets=train_sets,
+                         estimator=estimator, design=design, curve=curve)
+    return replace(val, seed_spread=spread) if spread is not None else val
+
+
+def seed_spread(records: RecordSet, *, target: str, mode: str, metric: str,
+                train_sets: Sequence[str] | None, estimator: str, design: Mapping[str, Any] | None,
+                curve: str) -> dict | None:
+    """With several seeds: each seed's values on its own, and their standard deviation per train-set.
+
+    The values themselves average the runs over seeds; this spread says how much one training seed
+    moves them. Seeds whose runs do not form a usable game are left out.
+    """
+    seeds = records.seeds()
+    if len(seeds) < 2:
+        return None
+    per_seed: dict[int, Valuation] = {}
+    for s in seeds:
+        subset = RecordSet(records=tuple(r for r in records.records if r.seed == s), path=records.path)
+        try:
+            game = build_game(subset, target=target, mode=mode, metric=metric, train_sets=train_sets,
+                              allow_missing=True)
+            per_seed[s] = valuate(game, estimator=estimator, design=design, curve=curve)
+        except ShapleyError:
+            continue
+    if len(per_seed) < 2:
+        return None
+    out: dict[str, Any] = {"seeds": sorted(per_seed)}
+    for scale in ("linear", "data"):
+        tables = [v.shapley[scale] for v in per_seed.values()]
+        if any(t is None for t in tables):
+            out[scale] = None
+            continue
+        out[scale] = {p: float(np.std([t[p] for t in tables], ddof=1)) for p in tables[0]}
+    return out
 
 
 def valuate(game: Game, *, estimator: str = "auto", design: Mapping[str, Any] | None = None,
