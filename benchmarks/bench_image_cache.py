@@ -2,10 +2,11 @@
 
 Trains every coalition of 4 synthetic train-sets (16 trainings, 1 epoch each, the demo's model and
 image size), evaluating every training on the 4 targets, by calling the built-in trainer directly:
-once with ``shapley.image_cache False`` and once with it on (starting empty), and prints the wall
-and CPU time of each and their ratio (CPU time is the steadier figure on a shared machine)::
+with ``shapley.image_cache False`` and with it on (starting empty, kept across the 16 trainings as a
+worker keeps it), interleaved coalition by coalition, and prints the total wall and CPU time of each
+and their ratio::
 
-    python benchmarks/bench_image_cache.py [--epochs 1] [--repeat 1] [--cache-dir DIR] [--order off-on|on-off]
+    python benchmarks/bench_image_cache.py [--epochs 1] [--cache-dir DIR] [--order off-on|on-off]
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ from torchreid_shapley.jobs import TrainJob  # noqa: E402
 from torchreid_shapley.plugins import image_cache, synthetic, torchreid_trainer  # noqa: E402
 
 
-def study(config: dict, train_sets, targets, *, cached: bool) -> tuple[float, float, dict]:
-    """Wall and CPU seconds of all 16 trainings, and the cache's counters."""
-    config = dict(config, shapley=dict(config["shapley"], image_cache=cached))
-    image_cache.clear()
-    wall, cpu = time.perf_counter(), time.process_time()
+def coalitions(train_sets):
     for size in range(len(train_sets) + 1):
-        for coalition in itertools.combinations(sorted(train_sets), size):
-            torchreid_trainer.train_coalition(TrainJob(train_sets=coalition, seed=1, targets=tuple(targets),
-                                                       config=config))
-    return time.perf_counter() - wall, time.process_time() - cpu, image_cache.stats()
+        yield from itertools.combinations(sorted(train_sets), size)
+
+
+def train(config: dict, coalition, targets, *, cached: bool) -> tuple[float, float]:
+    """Wall and CPU seconds of one training with the image cache on or off."""
+    config = dict(config, shapley=dict(config["shapley"], image_cache=cached))
+    wall, cpu = time.perf_counter(), time.process_time()
+    torchreid_trainer.train_coalition(TrainJob(train_sets=coalition, seed=1, targets=tuple(targets), config=config))
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main(argv=None) -> int:
@@ -42,7 +44,6 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--cache-dir", default="", help="synthetic datasets (default: a temporary directory)")
     parser.add_argument("--order", choices=("off-on", "on-off"), default="off-on")
-    parser.add_argument("--repeat", type=int, default=1, help="measure each mode this many times (best is kept)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="bench-image-cache-")
@@ -56,20 +57,25 @@ def main(argv=None) -> int:
     # warm-up: imports, first-call overheads and the OS file cache, outside the measurement
     torchreid_trainer.train_coalition(TrainJob(train_sets=(), seed=1, targets=tuple(targets), config=config))
 
-    walls: dict[bool, list[float]] = {False: [], True: []}
-    cpus: dict[bool, list[float]] = {False: [], True: []}
-    order = (False, True) if args.order == "off-on" else (True, False)
-    for repeat in range(args.repeat):
-        for cached in (order if repeat % 2 == 0 else order[::-1]):  # alternate, so drift hits both
-            wall, cpu, stats = study(config, train_sets, targets, cached=cached)
-            walls[cached].append(wall)
-            cpus[cached].append(cpu)
-            label = "with cache   " if cached else "without cache"
-            extra = (f", {stats['hits']} hits, {stats['misses']} misses, {stats['bytes'] / 2**20:.1f} MiB"
-                     if cached else "")
-            print(f"{label}: {wall:7.1f} s wall, {cpu:7.1f} s CPU for 16 trainings{extra}", flush=True)
-    off_wall, on_wall = min(walls[False]), min(walls[True])
-    off_cpu, on_cpu = min(cpus[False]), min(cpus[True])
+    # The two studies are interleaved coalition by coalition (alternating which goes first), so that
+    # a machine that gets busier or quieter during the run slows both alike. The cached study keeps
+    # its cache from one coalition to the next, as a worker does; the other never touches it.
+    image_cache.clear()
+    totals = {False: [0.0, 0.0], True: [0.0, 0.0]}
+    first = args.order == "on-off"
+    for i, coalition in enumerate(coalitions(train_sets)):
+        for cached in ((first, not first) if i % 2 == 0 else (not first, first)):
+            wall, cpu = train(config, coalition, targets, cached=cached)
+            totals[cached][0] += wall
+            totals[cached][1] += cpu
+        print(f"{'+'.join(coalition) or '(untrained)':55s} done", flush=True)
+    stats = image_cache.stats()
+    for cached in (False, True):
+        label = "with cache   " if cached else "without cache"
+        extra = (f" ({stats['hits']} hits, {stats['misses']} misses, {stats['bytes'] / 2**20:.1f} MiB cached)"
+                 if cached else "")
+        print(f"{label}: {totals[cached][0]:7.1f} s wall, {totals[cached][1]:7.1f} s CPU for 16 trainings{extra}")
+    (off_wall, off_cpu), (on_wall, on_cpu) = totals[False], totals[True]
     print(f"ratio without/with: {off_wall / on_wall:.2f}x wall ({(off_wall - on_wall) / 16:+.2f} s per training), "
           f"{off_cpu / on_cpu:.2f}x CPU ({(off_cpu - on_cpu) / 16:+.2f} s per training)")
     return 0
