@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Callable, Sequence
+from typing import Callable
 
 from .errors import ConfigError
 from .runner import Event, StudySpec, failure_record, train_one
@@ -154,6 +154,3 @@ def run_ray(spec: StudySpec, *, address: str | None, gpus_per_training: float, c
         raise
     return {"slots": slots, "resources": {k: resources[k] for k in ("CPU", "GPU") if k in resources}}
 
-
-def ray_devices_label(gpus_per_training: float) -> Sequence[str]:
-    return [f"{gpus_per_training:g} GPU per training" if gpus_per_training else "CPU"]

@@ -611,7 +611,6 @@ def train_coalition(job) -> dict:
     import torch
 
     device = resolve_device(job.device)
-    use_gpu = device.type == "cuda"
     _check_leak(config, train_sets, targets)
     check_datasets(list(train_sets), config, role="train-set", tr=tr)
     check_datasets([t for t in targets if t not in train_sets], config, role="target", tr=tr)
